@@ -13,8 +13,11 @@ Density           a smoothed density with standard errors and certified bounds
 ErrorBounds       certified Wasserstein / Kolmogorov-Smirnov bounds and the CDF band
 Estimate          a scalar estimate with its standard error
 load, combine     read a saved measure; pool the probes of several runs
+gradient_concentration  fraction of a gradient in the top eigenspace (certified version too)
+ritz_outliers     isolated eigenvalues found by a run (ghosts merged)
 """
 
+from .analysis import GradientConcentration, gradient_concentration, ritz_outliers
 from .bounds import ErrorBounds
 from .lanczos import LanczosResult, lanczos
 from .measure import Estimate, SpectralMeasure, combine, load
@@ -28,13 +31,16 @@ __all__ = [
     "Density",
     "ErrorBounds",
     "Estimate",
+    "GradientConcentration",
     "LanczosResult",
     "SpectralMeasure",
     "SymmetryWarning",
     "__version__",
     "aslinearoperator",
     "combine",
+    "gradient_concentration",
     "lanczos",
     "load",
+    "ritz_outliers",
     "slq",
 ]

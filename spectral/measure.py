@@ -393,6 +393,47 @@ class SpectralMeasure:
             normalised=normalise,
         )
 
+    def truncate(self, num_steps: int | None = None, num_probes: int | None = None):
+        """Return the measure a shorter run would have produced, without new products.
+
+        The Lanczos tridiagonal after ``j`` steps is the leading ``j × j`` block of ``T_k``,
+        so the first ``num_steps`` coefficients and the first ``num_probes`` probes give
+        exactly the measure of a run with those parameters and the same seed (used for
+        convergence plots and for choosing ``k`` and ``P`` after the fact).
+
+        Parameters
+        ----------
+        num_steps : int, optional
+            Keep the first ``j ≤ k`` steps of every probe.
+        num_probes : int, optional
+            Keep the first ``p ≤ P`` probes.
+        """
+        j = self.num_steps if num_steps is None else int(num_steps)
+        p = self.num_probes if num_probes is None else int(num_probes)
+        if not (1 <= j <= self.num_steps and 1 <= p <= self.num_probes):
+            raise ValueError(
+                f"truncate needs 1 <= num_steps <= {self.num_steps} and "
+                f"1 <= num_probes <= {self.num_probes}, got {num_steps}, {num_probes}"
+            )
+        steps = np.minimum(self.steps[:p], j)
+        # A probe cut before it ended has the coupling to its next step as residual.
+        residual = np.where(
+            self.steps[:p] > j,
+            self.beta[:p, j - 1] if j <= self.beta.shape[1] else 0.0,
+            self.residual[:p],
+        )
+        return SpectralMeasure.from_lanczos(
+            self.alpha[:p, :j],
+            self.beta[:p, : j - 1],
+            residual,
+            steps,
+            n=self.n,
+            num_matvecs=int(np.sum(steps)),
+            probes=self.probes,
+            reorth=self.reorth,
+            dtype=self.dtype,
+        )
+
     # -- combining and saving ------------------------------------------------------------
     def combine(self, other: SpectralMeasure) -> SpectralMeasure:
         """Pool the probes of two runs on the same operator into one measure.
