@@ -13,7 +13,7 @@ from spectral.matrices import from_spectrum, hessian_like
 
 @pytest.mark.parametrize("reorth", ["full", "none"])
 def test_outliers_of_hessian_like_are_found_once(reorth):
-    A, lam = hessian_like(6000, seed=4)
+    A, _ = hessian_like(6000, seed=4)
     m = spectral.slq(A, num_steps=120, num_probes=3, seed=0, reorth=reorth)
     out = spectral.ritz_outliers(m)
     np.testing.assert_allclose(out, [-3.5, -2, 4, 6, 8, 11, 15, 20], atol=1e-8)
@@ -45,7 +45,7 @@ def test_gradient_concentration_matches_dense(n, k, seed):
     rng = np.random.default_rng(seed)
     bulk = rng.normal(scale=0.3, size=n - k)
     outliers = 5.0 + 3.0 * np.arange(k)  # well separated top-k eigenvalues
-    A, lam = from_spectrum(np.concatenate([bulk, outliers]), seed=rng)
+    A, _ = from_spectrum(np.concatenate([bulk, outliers]), seed=rng)
     g = rng.normal(size=n)
     w, U = np.linalg.eigh(A)
     true = float(np.sum((U[:, -k:].T @ g) ** 2) / (g @ g))

@@ -98,7 +98,7 @@ def test_demo_reports_true_distance_under_certified_bound(tmp_path, capsys):
 )
 def test_bad_files_give_one_line_error(tmp_path, capsys, make, message):
     path = make(tmp_path)
-    status, text, err = _run(capsys, ["density", str(path), "--out", str(tmp_path / "o")])
+    status, _, err = _run(capsys, ["density", str(path), "--out", str(tmp_path / "o")])
     assert status == 2
     assert err.count("\n") == 1 and err.startswith("spectral: error:")
     assert message in err
