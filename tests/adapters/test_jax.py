@@ -18,6 +18,7 @@ jax.config.update("jax_enable_x64", True)
 import jax.numpy as jnp  # noqa: E402
 from jax.flatten_util import ravel_pytree  # noqa: E402
 from scipy.sparse.linalg import eigsh  # noqa: E402
+
 from spectral.adapters import jax as spj  # noqa: E402
 from spectral.adapters._common import DeterminismError, HessianOperator  # noqa: E402
 

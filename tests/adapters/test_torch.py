@@ -12,9 +12,10 @@ import pytest
 import scipy.sparse.linalg as sla
 
 torch = pytest.importorskip("torch", reason="PyTorch is not installed")
-from spectral.adapters import torch as spt  # noqa: E402
 from torch import nn  # noqa: E402
 from torch.func import functional_call  # noqa: E402
+
+from spectral.adapters import torch as spt  # noqa: E402
 
 pytestmark = pytest.mark.filterwarnings(
     # torch's own one-time set-up of forward-mode decompositions
