@@ -65,6 +65,20 @@ def statistical_epsilon(n: int, num_probes: int, confidence: float = 0.99) -> fl
 
     Holds with probability ``confidence = 1 − η`` for ``P`` probes uniform on the sphere
     (Chen, Trogdon & Ubaru 2021, from the Beta law of ``Ψ_v(x)``).
+
+    Parameters
+    ----------
+    n : int
+        Order of the matrix.
+    num_probes : int
+        Number of probes ``P``.
+    confidence : float, default 0.99
+        Probability ``1 − η`` with which the bound holds.
+
+    Returns
+    -------
+    float
+        ``ε``, capped at 1: with that probability, ``sup_x |Φ(x) − ⟨Ψ_v⟩(x)| ≤ ε``.
     """
     if not 0.0 < confidence < 1.0:
         raise ValueError(f"confidence must lie strictly between 0 and 1, got {confidence}")
@@ -162,11 +176,31 @@ class ErrorBounds:
         return lo, up
 
     def smoothing_bias(self, sigma: float) -> float:
-        """``σ √(2/π)``: bound on ``W₁(Φ, Φ * g_σ)``, the distance smoothing itself adds."""
+        """``σ √(2/π)``: bound on ``W₁(Φ, Φ * g_σ)``, the distance smoothing itself adds.
+
+        Parameters
+        ----------
+        sigma : float
+            Kernel width.
+
+        Returns
+        -------
+        float
+        """
         return float(sigma) * _SQRT_2_OVER_PI
 
     def density_l1(self, sigma: float) -> float:
-        """Bound on ``‖φ_σ − φ̂_σ‖₁``: ``√(2/π) W₁ / σ`` (capped at 2, the trivial bound)."""
+        """Bound on ``‖φ_σ − φ̂_σ‖₁``: ``√(2/π) W₁ / σ`` (capped at 2, the trivial bound).
+
+        Parameters
+        ----------
+        sigma : float
+            Kernel width.
+
+        Returns
+        -------
+        float
+        """
         return min(2.0, _SQRT_2_OVER_PI * self.wasserstein / float(sigma))
 
     def density_sup(self, sigma: float) -> float:
@@ -174,6 +208,15 @@ class ErrorBounds:
 
         ``min(W₁ / (σ² √(2πe)), √(2/π) KS / σ)``, using ``‖g_σ'‖_∞ = 1/(σ²√(2πe))`` and
         ``‖g_σ'‖₁ = √(2/π)/σ``.
+
+        Parameters
+        ----------
+        sigma : float
+            Kernel width.
+
+        Returns
+        -------
+        float
         """
         sigma = float(sigma)
         return min(
@@ -187,6 +230,20 @@ class ErrorBounds:
         ``D`` is piecewise constant on the breakpoints of the band, so the integral is a
         finite sum of differences of ``G(u) = ∫_{−∞}^u |g_σ'|``; evaluated in blocks of at
         most ``chunk`` grid-by-breakpoint entries.
+
+        Parameters
+        ----------
+        t : array_like
+            Points at which to bound the error.
+        sigma : float
+            Kernel width.
+        chunk : int, default 2**22
+            Memory limit of one block, in grid-by-breakpoint entries.
+
+        Returns
+        -------
+        ndarray
+            ``e(t)``, of the shape of ``t``.
         """
         t = np.asarray(t, dtype=np.float64)
         flat = t.reshape(-1)
@@ -235,6 +292,10 @@ def error_bounds(
         How the rules were made; recorded in ``conditions``.
     interval_estimated : bool
         Whether ``interval`` is an estimate rather than a known bracket.
+
+    Returns
+    -------
+    ErrorBounds
 
     Raises
     ------

@@ -130,7 +130,27 @@ class SpectralMeasure:
         reorth: str = "full",
         dtype: str = "float64",
     ) -> SpectralMeasure:
-        """Build a measure from Lanczos coefficients of shape ``(P, k)`` / ``(P, k − 1)``."""
+        """Build a measure from Lanczos coefficients of shape ``(P, k)`` / ``(P, k − 1)``.
+
+        Parameters
+        ----------
+        alpha, beta : ndarray
+            Lanczos diagonals, shape ``(P, k)``, and off-diagonals, shape ``(P, k − 1)``.
+        residual : ndarray, shape (P,)
+            Final ``β_k`` of each probe.
+        steps : ndarray of int, shape (P,)
+            Steps each probe took.
+        n : int
+            Order of the matrix.
+        num_matvecs : int
+            Operator-vector products used.
+        probes, reorth, dtype : str
+            How the coefficients were made (see the class attributes).
+
+        Returns
+        -------
+        SpectralMeasure
+        """
         alpha = np.atleast_2d(np.asarray(alpha, dtype=np.float64))
         beta = np.asarray(beta, dtype=np.float64).reshape(alpha.shape[0], -1)
         steps = np.asarray(steps, dtype=np.intp).reshape(-1)
@@ -171,7 +191,12 @@ class SpectralMeasure:
         return self.nodes.reshape(-1), (self.weights / self.num_probes).reshape(-1)
 
     def node_range(self) -> tuple[float, float]:
-        """Smallest and largest Ritz value over all probes."""
+        """Smallest and largest Ritz value over all probes.
+
+        Returns
+        -------
+        lo, hi : float
+        """
         lo = min(float(self.nodes[p, 0]) for p in range(self.num_probes))
         hi = max(float(self.nodes[p, int(self.steps[p]) - 1]) for p in range(self.num_probes))
         return lo, hi
@@ -182,6 +207,10 @@ class SpectralMeasure:
         ``[θ_min − m_lo, θ_max + m_hi]`` with ``m = max(5 % of the Ritz range, the Ritz
         residual of the extreme Ritz value)``. Extreme Ritz values converge first, so this
         usually contains the spectrum, but it is not a proof.
+
+        Returns
+        -------
+        a, b : float
         """
         lo, hi = self.node_range()
         res = self.ritz_residuals
@@ -257,25 +286,42 @@ class SpectralMeasure:
         return _mean_and_stderr(self.n * contrib.sum(axis=1))
 
     def trace(self) -> Estimate:
-        """Estimate ``tr(A) = n ⟨vᵀAv⟩`` (``= n ⟨α_1⟩``)."""
+        """Estimate ``tr(A) = n ⟨vᵀAv⟩`` (``= n ⟨α_1⟩``).
+
+        Returns
+        -------
+        Estimate
+        """
         return self.spectral_sum(lambda x: x)
 
     def logdet(self) -> Estimate:
         """Estimate ``log det(A) = tr log(A)`` for positive definite ``A``.
 
+        Returns
+        -------
+        Estimate
+
         Raises
         ------
         ValueError
-            If a Ritz value carrying weight is not positive: then ``A`` is not positive
-            definite (Ritz values lie inside the spectrum). For an indefinite Hessian,
-            shift it (``A + δI``) or use :meth:`spectral_sum` with your own ``f``.
+            If a Ritz value carrying weight is not positive beyond rounding: then ``A`` is
+            not positive definite (Ritz values lie inside the spectrum), or is singular up
+            to rounding. Ritz values are accurate to about ``k ε ‖A‖``, so a node at most
+            ``10 k ε max|θ|`` counts as zero: a singular positive semi-definite matrix
+            (a Gauss–Newton matrix with a null space) gets this error, not the logarithm
+            of a rounding error. For an indefinite or singular Hessian, shift it
+            (``A + δI``) or use :meth:`spectral_sum` with your own ``f``.
         """
         weighted = self.nodes[self.weights > 0]
-        if weighted.size and float(weighted.min()) <= 0.0:
-            raise ValueError(
-                f"logdet needs a positive definite matrix, but a Ritz value is "
-                f"{float(weighted.min()):.6g} <= 0 (Ritz values lie inside the spectrum)"
-            )
+        if weighted.size:
+            smallest = float(weighted.min())
+            zero = 10.0 * self.num_steps * np.finfo(np.float64).eps * float(np.abs(weighted).max())
+            if smallest <= zero:
+                raise ValueError(
+                    f"logdet needs a positive definite matrix, but a Ritz value is "
+                    f"{smallest:.6g} <= {zero:.3g}, i.e. not positive beyond rounding (Ritz "
+                    "values lie inside the spectrum, so the matrix is indefinite or singular)"
+                )
         return self.spectral_sum(lambda x: np.log(np.where(x > 0, x, 1.0)))
 
     # -- bounds and densities ------------------------------------------------------------
@@ -359,6 +405,8 @@ class SpectralMeasure:
             grid, s = ghorbani_grid_and_sigma(self.nodes, self.steps, ghorbani_sigma2, grid)
             normalise = True
         else:
+            if sigma is not None and sigma_rel is not None:
+                raise ValueError("give at most one of sigma and sigma_rel")
             a, b = err.interval
             if sigma_rel is not None:
                 s = choose_sigma(a, b, self.num_steps, sigma=None, sigma_rel=sigma_rel)
@@ -407,6 +455,10 @@ class SpectralMeasure:
             Keep the first ``j ≤ k`` steps of every probe.
         num_probes : int, optional
             Keep the first ``p ≤ P`` probes.
+
+        Returns
+        -------
+        SpectralMeasure
         """
         j = self.num_steps if num_steps is None else int(num_steps)
         p = self.num_probes if num_probes is None else int(num_probes)
@@ -440,11 +492,27 @@ class SpectralMeasure:
 
         The runs must have the same ``n`` and probe distribution; a shorter run is padded
         (zero coefficients, zero-weight nodes) to the longer ``k``.
+
+        Parameters
+        ----------
+        other : SpectralMeasure
+            Another run on the same operator.
+
+        Returns
+        -------
+        SpectralMeasure
+            See :func:`spectral.combine`.
         """
         return combine(self, other)
 
     def save(self, path: str | os.PathLike) -> None:
-        """Write the measure to a plain ``.npz`` file (no pickle); see :func:`load`."""
+        """Write the measure to a plain ``.npz`` file (no pickle); see :func:`load`.
+
+        Parameters
+        ----------
+        path : str or os.PathLike
+            Destination (NumPy appends ``.npz`` when the name lacks it).
+        """
         np.savez(
             path,
             format_version=np.array(_FORMAT_VERSION),
@@ -524,7 +592,22 @@ def combine(*measures: SpectralMeasure) -> SpectralMeasure:
 
 
 def load(path: str | os.PathLike) -> SpectralMeasure:
-    """Read a measure written by :meth:`SpectralMeasure.save` (``allow_pickle=False``)."""
+    """Read a measure written by :meth:`SpectralMeasure.save` (``allow_pickle=False``).
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        A file written by :meth:`SpectralMeasure.save`.
+
+    Returns
+    -------
+    SpectralMeasure
+
+    Raises
+    ------
+    ValueError
+        If the file is not a spectral measure file of a known format version.
+    """
     with np.load(path, allow_pickle=False) as data:
         version = int(data["format_version"]) if "format_version" in data else None
         if version != _FORMAT_VERSION:

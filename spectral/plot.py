@@ -119,7 +119,18 @@ def ritz_rug(measure: SpectralMeasure, ax=None, *, label_outliers: bool = True, 
     """Mark Ritz values as a rug along the x axis and label the outliers.
 
     Outliers are the converged Ritz values outside the bulk, with ghosts merged
-    (:func:`spectral.analysis.ritz_outliers`).
+    (:func:`spectral.ritz_outliers`).
+
+    Parameters
+    ----------
+    measure : SpectralMeasure
+        The run whose Ritz values to mark.
+    ax : matplotlib Axes, optional
+        Where to draw (a new figure when omitted).
+    label_outliers : bool, default True
+        Write the value of each outlier next to it.
+    color : str
+        Colour of the marks.
 
     Returns
     -------

@@ -55,6 +55,21 @@ def resolution_sigma(lo: float, hi: float, num_steps: int, kappa: float = RESOLU
     """σ of the Lanczos resolution rule, ``((hi − lo)/(k − 1)) / sqrt(8 ln κ)``.
 
     A spectrum of zero width (all nodes equal) gets ``σ = 10⁻³ max(|lo|, 1)``.
+
+    Parameters
+    ----------
+    lo, hi : float
+        Range of the spectrum to resolve (the Ritz values' range by default).
+    num_steps : int
+        Lanczos steps ``k``.
+    kappa : float, default 1.25
+        Peak-to-midpoint ratio ``κ``: a Gaussian at a node falls to ``1/κ`` of its peak
+        half-way to the next node, ``(hi − lo)/(2(k − 1))`` away.
+
+    Returns
+    -------
+    float
+        The kernel width σ.
     """
     width = float(hi) - float(lo)
     if width <= 0.0:
