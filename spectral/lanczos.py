@@ -19,6 +19,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+from scipy.linalg import blas as _blas
 from scipy.sparse.linalg import LinearOperator
 
 from .operators import aslinearoperator
@@ -122,6 +123,8 @@ def lanczos(
     *,
     reorth: str = "full",
     progress: bool = False,
+    basis_dtype: str = "float64",
+    basis_device: str = "device",
 ) -> LanczosResult:
     """Run ``num_steps`` Lanczos steps on ``A`` from ``v0``, one or many columns at once.
 
@@ -129,32 +132,52 @@ def lanczos(
     ----------
     A : array_like, sparse matrix, LinearOperator or operator-like
         Symmetric ``n × n`` operator (anything :func:`spectral.aslinearoperator` takes).
-    v0 : ndarray, shape (n,) or (n, b)
-        Start vector(s); each column is normalised. With ``b`` columns, ``b`` independent
-        recurrences advance together with **one** ``matmat`` of the operator per step
-        (columns that broke down are dropped from later products).
+    v0 : array, shape (n,) or (n, b)
+        Start vector(s), a NumPy array or an array of the operator's library; each column
+        is normalised. With ``b`` columns, ``b`` independent recurrences advance together
+        with **one** ``matmat`` of the operator per step (columns that broke down are
+        dropped from later products).
     num_steps : int
         Number of steps ``k``; values above ``n`` are capped at ``n``.
     reorth : {"full", "none"}, default "full"
-        ``"full"``: classical Gram–Schmidt applied twice against all stored Lanczos vectors
-        of the column ("twice is enough"); keeps the basis (``k·n`` float64 numbers per
-        column) so Ritz vectors are available. ``"none"``: the plain three-term recurrence
-        with three vectors per column, ``O(n·b)`` memory and no basis. It loses
-        orthogonality once Ritz values converge and then repeats them ("ghosts"), but the
-        quadrature measure stays accurate (Paige 1976, Greenbaum 1989), so densities and
-        spectral sums are sound.
+        The memory dial (see :doc:`/concepts/precision`; peak memory in ``n``-vectors per
+        column in brackets). ``"full"``: classical Gram–Schmidt applied twice against all
+        stored Lanczos vectors of the column ("twice is enough"); keeps the basis
+        (``≈ k + 6``: ``k·n`` numbers per column) so Ritz vectors are available.
+        ``"none"``: the plain three-term recurrence, ``O(n·b)`` memory (``≈ 4–7``) and no
+        basis. It loses orthogonality once Ritz values converge and then repeats them
+        ("ghosts"), but the quadrature measure stays accurate (Paige 1976, Greenbaum
+        1989), so densities and spectral sums are sound.
     progress : bool, default False
         Show a :mod:`tqdm` progress bar over the steps.
+    basis_dtype : {"float64", "float32"}, default "float64"
+        Precision in which the basis is *stored* with ``reorth="full"`` (ignored with
+        ``"none"``). ``"float32"`` halves the basis memory (``≈ k/2 + 6``); the
+        Gram–Schmidt coefficients and updates are still accumulated in float64 (the stored
+        vectors are converted block by block) and the recurrence vectors stay float64, so
+        the basis is orthogonal to about ``10⁻⁷`` — "semi-orthogonal", which keeps ``T_k``
+        accurate to working precision (Simon 1984) — and ``basis`` is returned in float32.
+    basis_device : {"device", "host"}, default "device"
+        Where the basis lives with ``reorth="full"`` when the operator's arrays are on
+        another device (a GPU): ``"host"`` keeps it in host memory, so the device holds
+        only ``O(n·b)`` working vectors; each step then copies the new vector and the block
+        to orthogonalise to the host and back (``2nb`` numbers) and runs the Gram–Schmidt
+        passes there. No effect for NumPy operators.
 
     Returns
     -------
     LanczosResult
-        ``alpha``, ``beta``, ``residual``, ``steps``, ``basis``, ``num_matvecs``.
+        ``alpha``, ``beta``, ``residual``, ``steps`` (host NumPy), ``basis`` (an array of
+        the operator's library on its device; NumPy with ``basis_device="host"``),
+        ``num_matvecs``.
 
     Notes
     -----
     The recurrence and all reductions run in float64 whatever the operator's dtype: each
     block is cast to the operator's dtype for the product and the result back to float64.
+    For the arrays of another library (CuPy, PyTorch, JAX; see
+    :func:`spectral.aslinearoperator`) the recurrence runs on the operator's device through
+    the array API standard; only ``α_j, β_j`` (``2b`` numbers) come to the host per step.
     A column whose ``β_j`` falls below ``BREAKDOWN_RTOL`` times a running bound of
     ``‖T_j‖`` has found an invariant subspace: it stops after ``j`` steps, and its Gauss
     rule is then exact for the start vector's spectral measure.
@@ -163,7 +186,8 @@ def lanczos(
     ------
     ValueError
         For a start vector of the wrong shape, with a zero column or non-finite values, an
-        unknown ``reorth``, ``num_steps < 1``, or a product of the wrong shape.
+        unknown ``reorth``, ``basis_dtype`` or ``basis_device``, ``num_steps < 1``, or a
+        product of the wrong shape.
     FloatingPointError
         When a product returns NaN or inf (the message gives the step).
 
@@ -182,16 +206,26 @@ def lanczos(
         raise ValueError(f"reorth must be one of {REORTH_MODES}, got {reorth!r}")
     if int(num_steps) < 1:
         raise ValueError(f"num_steps must be at least 1, got {num_steps}")
-    one_column = np.ndim(v0) == 1
-    Q0 = _start_block(v0, n)
-    res = _lanczos_block(op, Q0, min(int(num_steps), n), reorth, progress)
+    from ._array_lanczos import check_memory_options, lanczos_native, start_block_native
+
+    basis_dtype, basis_device = check_memory_options(basis_dtype, basis_device)
+    k = min(int(num_steps), n)
+    if getattr(op, "native_recurrence", False):  # arrays of another library: on their device
+        Q0, one_column = start_block_native(op, v0)
+        res = lanczos_native(
+            op, Q0, k, reorth, progress, basis_dtype=basis_dtype, basis_device=basis_device
+        )
+    else:
+        one_column = np.ndim(v0) == 1
+        Q0 = _start_block(v0, n)
+        res = _lanczos_block(op, Q0, k, reorth, progress, basis_dtype=basis_dtype)
     if one_column:
         return LanczosResult(
             alpha=res.alpha[0],
             beta=res.beta[0],
             residual=float(res.residual[0]),
             steps=int(res.steps[0]),
-            basis=None if res.basis is None else res.basis[0],
+            basis=None if res.basis is None else res.basis[0, ...],
             num_matvecs=res.num_matvecs,
             reorth=reorth,
         )
@@ -199,17 +233,57 @@ def lanczos(
 
 
 def _lanczos_block(
-    op: LinearOperator, q: np.ndarray, k: int, reorth: str, progress: bool = False
+    op: LinearOperator,
+    q: np.ndarray,
+    k: int,
+    reorth: str,
+    progress: bool = False,
+    basis_dtype: str = "float64",
 ) -> LanczosResult:
-    """Batched recurrence on a normalised float64 block ``q`` of shape (n, b)."""
+    """Batched recurrence on a normalised float64 block ``q`` of shape (n, b).
+
+    The Lanczos vectors live in C-order ``(n, b)`` work buffers owned here, the layout a
+    CSR ``matmat`` reads without a copy; ``q`` itself is not modified. A step updates the
+    operator's output ``W`` in place, by blocks of rows small enough to stay in cache (so
+    ``q_j``, ``q_{j−1}`` and ``W`` are read once and ``W`` written once), and normalises
+    it into the buffer of ``q_{j−1}``, which is dead by then: no ``(n, b)`` temporary is
+    allocated per step, and the operator's output is never kept across products (an
+    operator may reuse its output buffer). Per-column scalings run over rows of
+    ``group · b`` elements (the coefficients tiled), not over rows of ``b`` elements, which
+    would make numpy's inner loop ``b`` long.
+    """
+    if reorth == "none":
+        # Explicit CSR matrices: fused multi-threaded numba kernels, same semantics
+        # (spectral._sparse_kernels; SPECTRAL_DISABLE_NUMBA=1 forces the code below).
+        from ._sparse_kernels import lanczos_block_csr
+
+        fast = lanczos_block_csr(op, q, k, progress)
+        if fast is not None:
+            return fast
     n, b = q.shape
     full = reorth == "full"
     alpha = np.zeros((b, k))
     beta = np.zeros((b, k))  # beta[:, j] couples steps j and j+1; beta[:, k-1] is the residual
     steps = np.full(b, k, dtype=np.intp)
     scale = np.zeros(b)
-    basis = np.zeros((b, k, n)) if full else None
-    q_prev = np.zeros_like(q)
+    basis = np.zeros((b, k, n), dtype=basis_dtype) if full else None
+    # ring[iq] holds q_j and ring[1 - iq] holds q_{j-1} (zero before the first step).
+    ring = np.zeros((2, n, b))
+    ring[0] = q
+    iq = 0
+    group = max(1, 2048 // b)  # rows per long inner loop of a per-column scaling
+    chunk = group * max(1, (1 << 17) // (group * b))  # rows per cache block (~1 MiB)
+    tmp = np.empty(min(chunk, n) * b)
+
+    def colwise(ufunc, x, s, s_tiled, out):
+        """``out = ufunc(x, s)``, ``s[c]`` applied to column ``c`` (C-order ``x``, ``out``)."""
+        m = x.shape[0] - x.shape[0] % group
+        if m:
+            ufunc(
+                x[:m].reshape(-1, group * b), s_tiled, out=out[:m].reshape(-1, group * b)
+            )
+        if m < x.shape[0]:
+            ufunc(x[m:], s, out=out[m:])
     beta_prev = np.zeros(b)
     active = np.arange(b)
     num_matvecs = 0
@@ -221,23 +295,57 @@ def _lanczos_block(
         iterator = tqdm(iterator, total=k, desc="Lanczos", unit="step")
 
     for j in iterator:
+        q, q_prev = ring[iq], ring[1 - iq]
         every = active.size == b
         cols = slice(None) if every else active
         qa = q if every else q[:, active]
         W = _apply(op, qa, j + 1)
+        if not (W.flags.c_contiguous and W.flags.writeable) or np.may_share_memory(W, ring):
+            W = np.array(W, order="C")  # updated in place below: own it
         num_matvecs += active.size
+        # Elementwise numpy only (no level-1 BLAS): multithreaded BLAS on memory-bound
+        # vector operations is slower, and erratic on a busy machine.
         a = np.einsum("ij,ij->j", qa, W)
-        W -= qa * a
-        if j > 0:
-            W -= (q_prev if every else q_prev[:, active]) * beta_prev[cols]
+        sumsq = None
+        if every:
+            # W -= a q; W -= β q_prev, block by block; without reorthogonalisation the
+            # squared norms of the result are summed in the same pass.
+            a_tiled, b_tiled = np.tile(a, group), np.tile(beta_prev, group)
+            sumsq = None if full else np.zeros(b)
+            for start in range(0, n, chunk):
+                rows = slice(start, min(start + chunk, n))
+                Wc = W[rows]
+                t = tmp[: Wc.size].reshape(Wc.shape)
+                colwise(np.multiply, q[rows], a, a_tiled, t)
+                Wc -= t
+                if j > 0:
+                    colwise(np.multiply, q_prev[rows], beta_prev, b_tiled, t)
+                    Wc -= t
+                if sumsq is not None:
+                    sumsq += np.einsum("ij,ij->j", Wc, Wc)
+        else:
+            W -= qa * a
+            if j > 0:
+                W -= q_prev[:, active] * beta_prev[active]
         if full:
             basis[cols, j, :] = qa.T
+            Wt = W.T if W.shape[1] == 1 else np.ascontiguousarray(W.T)  # rows: one per column
             for c_local, c in enumerate(active):
-                Qc = basis[c, : j + 1]
-                w = W[:, c_local]
-                for _ in range(2):  # classical Gram–Schmidt, twice
-                    w -= Qc.T @ (Qc @ w)
-        bnext = np.linalg.norm(W, axis=0)
+                if basis.dtype != np.float64:  # float32 basis: float64 accumulation by blocks
+                    from ._array_lanczos import cgs2_numpy
+
+                    cgs2_numpy(basis[c, : j + 1], Wt[c_local])
+                    continue
+                QcT = basis[c, : j + 1].T  # (n, j+1), Fortran order: BLAS reads it in place
+                w = Wt[c_local]
+                for _ in range(2):  # classical Gram–Schmidt, twice, as two gemv each
+                    h = _blas.dgemv(1.0, QcT, w, trans=1)
+                    _blas.dgemv(-1.0, QcT, h, beta=1.0, y=w, overwrite_y=1)
+            if W.shape[1] > 1:
+                W[...] = Wt.T
+        if sumsq is None:
+            sumsq = np.einsum("ij,ij->j", W, W)
+        bnext = np.sqrt(sumsq)
         alpha[cols, j] = a
         beta[cols, j] = bnext
         scale[cols] = np.maximum(scale[cols], np.abs(a) + beta_prev[cols] + bnext)
@@ -251,13 +359,14 @@ def _lanczos_block(
         new_active = active[keep]
         if new_active.size == 0:
             break
-        # Advance the recurrence for the columns that go on.
-        W_keep = W[:, keep] / bnext[keep]
+        # Advance the recurrence for the columns that go on: q_{j+1} = W / β_j goes into
+        # the buffer of q_{j-1}, which is no longer needed.
         if every and new_active.size == b:
-            q_prev, q = q, np.asfortranarray(W_keep)
+            colwise(np.divide, W, bnext, np.tile(bnext, group), q_prev)
+            iq = 1 - iq
         else:
             q_prev[:, new_active] = q[:, new_active]
-            q[:, new_active] = W_keep
+            q[:, new_active] = W[:, keep] / bnext[keep]
         beta_prev[new_active] = bnext[keep]
         active = new_active
 
