@@ -359,6 +359,8 @@ class JaxHessianOperator(HessianOperator):
         Compile the batched products with :func:`jax.jit`.
     mode : {"auto", "forward-over-reverse", "reverse-over-reverse"}, default "auto"
         How the products are differentiated.
+    native : bool, optional
+        Native path (see :func:`hessian`).
 
     Attributes
     ----------
@@ -373,6 +375,9 @@ class JaxHessianOperator(HessianOperator):
         differentiated in forward mode).
     num_hvps, num_passes : int
         Counters inherited from :class:`~spectral.adapters.HessianOperator`.
+    native : bool
+        Whether the native path is on: ``array_namespace`` is then :mod:`jax.numpy` and
+        :meth:`native_matmat` takes and returns JAX arrays on ``device``.
     """
 
     def __init__(
@@ -385,10 +390,20 @@ class JaxHessianOperator(HessianOperator):
         check_determinism: bool = True,
         jit: bool = True,
         mode: Mode = "auto",
+        native: bool | None = None,
     ):
         if mode not in _MODES:
             raise ValueError(f"mode must be one of {_MODES}, got {mode!r}")
         problem = _DataSetLoss(loss_fn, params, data, reduction)
+        if native is None:  # automatic: on an accelerator, when float64 vectors are possible
+            native = (
+                problem.device is not None and problem.device.platform != "cpu" and _x64_enabled()
+            )
+        elif native and not _x64_enabled():
+            raise ValueError(
+                "native=True keeps the float64 Lanczos vectors on the device, which needs "
+                'jax.config.update("jax_enable_x64", True); leave native unset otherwise'
+            )
         dtype = np.float64 if problem.dtype == np.float64 else np.float32
         super().__init__(problem.size, dtype, check_determinism=check_determinism)
         self._problem = problem
@@ -396,6 +411,18 @@ class JaxHessianOperator(HessianOperator):
         self._auto = mode == "auto"
         self.mode = "forward-over-reverse" if mode == "auto" else mode
         self._step = self._make_step()
+        #: Whether the native path is on (see :func:`hessian`, ``native``).
+        self.native = bool(native)
+
+    @property
+    def array_namespace(self):
+        """Array-API namespace of the native path (:mod:`jax.numpy`; ``None`` when off)."""
+        return jnp if self.native else None
+
+    @property
+    def device(self):
+        """The parameters' device (``None`` when they span several)."""
+        return self._problem.device
 
     @property
     def params(self) -> Any:
@@ -442,10 +469,20 @@ class JaxHessianOperator(HessianOperator):
         return _step(problem.loss_fn, "hvp", self.mode, problem.data is not None, self._jit)
 
     def _hvp(self, V: np.ndarray) -> np.ndarray:
+        out = self._products(self._problem.to_device(V))
+        # A writable float64 copy (np.asarray of a JAX array is a read-only view).
+        return np.array(out, dtype=np.float64)
+
+    def _hvp_native(self, V: jax.Array) -> jax.Array:
+        """``H @ V`` for a JAX array ``V`` of shape (n, b); the result stays on the device."""
+        return self._products(jnp.asarray(V, dtype=self._problem.dtype))
+
+    def _products(self, V_dev: jax.Array) -> jax.Array:
+        """One pass over the data for the block ``V_dev`` (n, b) on the device."""
         problem = self._problem
-        V_dev = problem.to_device(V)
+        shape = tuple(V_dev.shape)
         try:
-            out = problem.accumulate(self._step, (V_dev,), V.shape)
+            out = problem.accumulate(self._step, (V_dev,), shape)
         except TypeError as error:
             if not (self._auto and _NO_FORWARD_MODE in str(error)):
                 raise
@@ -453,9 +490,8 @@ class JaxHessianOperator(HessianOperator):
             self._auto = False
             self.mode = "reverse-over-reverse"
             self._step = self._make_step()
-            out = problem.accumulate(self._step, (V_dev,), V.shape)
-        # A writable float64 copy (np.asarray of a JAX array is a read-only view).
-        return np.array(out, dtype=np.float64)
+            out = problem.accumulate(self._step, (V_dev,), shape)
+        return out
 
     def _nondeterminism_hint(self) -> str:
         return (
@@ -481,6 +517,7 @@ def hessian(
     check_determinism: bool = True,
     jit: bool = True,
     mode: Mode = "auto",
+    native: bool | None = None,
 ) -> JaxHessianOperator:
     r"""Hessian of a JAX loss over a data set, as a matrix-free linear operator.
 
@@ -520,6 +557,14 @@ def hessian(
         reverse-over-reverse (the VJP of the gradient, which equals ``H v`` by symmetry) if
         JAX cannot differentiate the loss in forward mode (a :func:`jax.custom_vjp` function
         reached by the forward pass over the gradient).
+    native : bool, optional
+        Offer the native path: :func:`spectral.slq` and :func:`spectral.lanczos` then run
+        the Lanczos recurrence on JAX arrays on the parameters' device, with no host round
+        trip per step. It needs float64 on the device (``jax_enable_x64``). ``None``
+        (default): on when the parameters are on an accelerator (GPU, TPU) and
+        ``jax_enable_x64`` is on, off otherwise (host recurrence, a ``2nb`` round trip
+        per step); ``True`` forces it (also on the CPU) and raises without
+        ``jax_enable_x64``. ``matmat`` and ``@`` take NumPy arrays either way.
 
     Returns
     -------
@@ -592,6 +637,7 @@ def hessian(
         check_determinism=check_determinism,
         jit=jit,
         mode=mode,
+        native=native,
     )
 
 

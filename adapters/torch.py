@@ -445,6 +445,10 @@ class TorchHessian(HessianOperator):
         ``None`` until the first product decides (see :func:`hessian`).
     fallback_reason : str or None
         Why forward-over-reverse was abandoned, when it was.
+    native : bool
+        Whether the native path is on: ``array_namespace`` is then
+        ``array_api_compat.torch`` and :meth:`native_matmat` takes and returns tensors on
+        ``device`` (see :func:`hessian`).
     """
 
     def __init__(
@@ -454,6 +458,7 @@ class TorchHessian(HessianOperator):
         check_determinism: bool,
         hvp: HvpMethod,
         chunk_size: int | None,
+        native: bool | None = None,
     ):
         advertised = np.float64 if setup.dtype == torch.float64 else np.float32
         super().__init__(sum(setup.numels), advertised, check_determinism=check_determinism)
@@ -470,6 +475,24 @@ class TorchHessian(HessianOperator):
         self.fallback_reason: str | None = None
         self._fallback_exception: BaseException | None = None
         self.chunk_size = chunk_size
+        if native is None:  # automatic: on a GPU (any device with float64 but the CPU)
+            native = setup.device.type not in ("cpu", "mps")
+        elif native and setup.device.type == "mps":
+            raise ValueError(
+                "native=True needs float64 on the model's device for the Lanczos vectors, "
+                "and MPS has none; leave native unset (host recurrence)"
+            )
+        #: Whether the native path is on (see :func:`hessian`, ``native``).
+        self.native = bool(native)
+
+    @property
+    def array_namespace(self):
+        """:mod:`array_api_compat` namespace of the native path (``None`` when it is off)."""
+        if not self.native:
+            return None
+        import array_api_compat.torch
+
+        return array_api_compat.torch
 
     @property
     def model(self) -> nn.Module:
@@ -520,7 +543,17 @@ class TorchHessian(HessianOperator):
         }
 
     def _hvp(self, V: np.ndarray) -> np.ndarray:
-        T = self._tangents(V)
+        out = self._products(self._tangents(V))
+        return np.ascontiguousarray(out.to("cpu", torch.float64).numpy().T)
+
+    def _hvp_native(self, V: torch.Tensor) -> torch.Tensor:
+        """``H @ V`` for a tensor ``V`` of shape (n, b); the result stays on the device."""
+        s = self._setup
+        T = V.T.to(device=s.device, dtype=s.dtype).contiguous()
+        return self._products(T).T
+
+    def _products(self, T: torch.Tensor) -> torch.Tensor:
+        """One pass over the data for the tangents ``T`` (b, n); returns (b, n) on the device."""
         if self.hvp_method == "double-backward":
             out = self._pass_double_backward(T)
         elif self.hvp_method == "forward-over-reverse":
@@ -536,7 +569,7 @@ class TorchHessian(HessianOperator):
                     raise exc from self._fallback_exception
                 finally:
                     self._fallback_exception = None
-        return np.ascontiguousarray(out.to("cpu", torch.float64).numpy().T)
+        return out
 
     def _pass_forward(self, T: torch.Tensor, *, decide: bool) -> torch.Tensor | None:
         """One pass of forward-over-reverse products, vmapped over the columns of ``T``.
@@ -625,6 +658,7 @@ def hessian(
     check_determinism: bool = True,
     hvp: HvpMethod = "auto",
     chunk_size: int | None = None,
+    native: bool | None = None,
 ) -> TorchHessian:
     r"""Hessian of a model's data-set loss as a :class:`scipy.sparse.linalg.LinearOperator`.
 
@@ -676,6 +710,14 @@ def hessian(
     chunk_size : int, optional
         Passed to :func:`torch.func.vmap`: evaluate at most this many columns at a time
         (less memory, same single pass over the data). ``None`` evaluates all at once.
+    native : bool, optional
+        Offer the native path: :func:`spectral.slq` and :func:`spectral.lanczos` then run
+        the Lanczos recurrence on tensors on the model's device (through
+        :mod:`array_api_compat`), with no host round trip per step. ``None`` (default):
+        on when the parameters are on a GPU (any device but ``cpu`` and ``mps``), off on
+        the CPU, where host NumPy is as fast; ``True`` on the CPU too (tests). Not
+        available on MPS, which has no float64 for the Lanczos vectors. The operator's
+        ``matmat`` and ``@`` take NumPy arrays either way.
 
     Returns
     -------
@@ -715,7 +757,8 @@ def hessian(
 
     **Precision and device.** Products run in the parameters' dtype on their device; the
     batch results are accumulated in float64 (float32 on MPS) on that device and returned
-    as float64 NumPy arrays. Lanczos in :mod:`spectral` runs in float64 regardless.
+    as float64 NumPy arrays (as float64 tensors on the device on the native path). Lanczos
+    in :mod:`spectral` runs in float64 regardless.
 
     **BatchNorm.** In evaluation mode (``model.eval()``) BatchNorm normalises with its
     running (population) statistics: every sample's loss depends only on that sample, and
@@ -768,6 +811,7 @@ def hessian(
         check_determinism=check_determinism,
         hvp=hvp,
         chunk_size=None if chunk_size is None else int(chunk_size),
+        native=native,
     )
 
 

@@ -13,6 +13,8 @@ import numpy as np
 import scipy.sparse as sp
 from scipy.sparse.linalg import LinearOperator
 
+from ._backends import as_native_operator
+
 __all__ = ["SymmetryWarning", "aslinearoperator"]
 
 #: Relative tolerance for the symmetry test of an explicit matrix:
@@ -113,7 +115,8 @@ def _check_explicit_symmetry(matrix) -> None:
         asym = float(diff.max()) if diff.nnz else 0.0
         scale = float(abs(matrix).max()) if matrix.nnz else 0.0
     else:
-        asym = float(np.max(np.abs(matrix - matrix.T)))
+        with np.errstate(invalid="ignore"):  # inf - inf: reported as non-finite below
+            asym = float(np.max(np.abs(matrix - matrix.T)))
         scale = float(np.max(np.abs(matrix)))
     if not np.isfinite(asym) or not np.isfinite(scale):
         raise ValueError("the matrix contains NaN or infinite entries")
@@ -159,7 +162,11 @@ def aslinearoperator(A: Any, *, check_symmetry: bool = True) -> LinearOperator:
         anything :func:`numpy.asarray` accepts), a SciPy sparse matrix or array, a
         :class:`scipy.sparse.linalg.LinearOperator`, or any object with ``shape``,
         ``dtype`` and ``matvec`` (and optionally ``matmat``) attributes, such as the
-        framework adapters' Hessian operators.
+        framework adapters' Hessian operators. Arrays and operators of other libraries
+        stay in their library and on their device (see Notes): CuPy arrays and
+        ``cupyx.scipy.sparse`` matrices and linear operators, PyTorch tensors (dense or
+        sparse, CPU or GPU), JAX arrays, ``array_api_strict`` arrays, and operators that
+        declare ``array_namespace``.
     check_symmetry : bool, default True
         Explicit matrices are always tested exactly: ``max |A − Aᵀ| ≤ 10⁻¹⁰ max |A|``
         or :class:`ValueError`. For a matrix-free operator this flag runs a cheap
@@ -172,7 +179,9 @@ def aslinearoperator(A: Any, *, check_symmetry: bool = True) -> LinearOperator:
     -------
     LinearOperator
         An operator whose ``dtype`` is the floating dtype products are evaluated in
-        (integer and boolean matrices are multiplied in float64).
+        (integer and boolean matrices are multiplied in float64). For arrays of other
+        libraries, a native operator that also has ``array_namespace``, ``device`` and
+        ``native_matmat`` (its ``matmat`` still takes NumPy arrays, through copies).
 
     Raises
     ------
@@ -180,6 +189,24 @@ def aslinearoperator(A: Any, *, check_symmetry: bool = True) -> LinearOperator:
         For complex, non-numeric or shapeless input.
     ValueError
         For a non-square, empty, non-finite or non-symmetric explicit matrix.
+
+    Notes
+    -----
+    **Native operator protocol.** An object with ``shape``, ``dtype`` (NumPy's or its
+    library's), ``array_namespace`` — the :mod:`array_api_compat` namespace of its arrays,
+    e.g. ``array_api_compat.torch`` (the plain ``torch``, ``cupy`` or ``numpy`` module is
+    accepted and mapped) or ``jax.numpy`` — and optionally ``device`` (where to put the
+    start vectors; the namespace's default device when absent or ``None``) is multiplied
+    on arrays of that namespace: ``native_matmat(X)`` if it has one, else ``matmat(X)``
+    (else ``matvec`` column by column), with ``X`` of shape ``(n, b)`` in the operator's
+    dtype on ``device``, returning the same kind of array. :func:`spectral.slq` and
+    :func:`spectral.lanczos` then keep the Lanczos vectors on that device (float64) and
+    bring only ``α_j, β_j`` to the host per step. Explicit arrays of other libraries are
+    checked like NumPy ones, in their own namespace (the exact symmetry test runs on the
+    device); ``cupyx.scipy.sparse.linalg.LinearOperator`` is recognised by its module
+    name (CuPy is never imported to test an input). Where the device has no float64
+    (JAX without ``jax_enable_x64``, Apple MPS) the products stay native and the
+    recurrence runs on the host.
 
     Examples
     --------
@@ -196,6 +223,14 @@ def aslinearoperator(A: Any, *, check_symmetry: bool = True) -> LinearOperator:
             matrix = matrix.astype(dtype)
         _check_explicit_symmetry(matrix)
         return _ExplicitOperator(matrix, dtype)
+
+    # Arrays and operators of other libraries (CuPy, PyTorch, JAX, array-api-strict, or any
+    # operator declaring ``array_namespace``) stay native: see spectral._backends.
+    native = as_native_operator(A)
+    if native is not None:
+        if check_symmetry and not native.is_symmetric:
+            _randomised_symmetry_test(native)
+        return native
 
     if isinstance(A, np.ndarray) or (
         not hasattr(A, "matvec") and not isinstance(A, LinearOperator)

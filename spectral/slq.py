@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ._backends import to_device
 from .lanczos import REORTH_MODES, _lanczos_block
 from .measure import SpectralMeasure
 from .operators import aslinearoperator
@@ -23,6 +24,8 @@ def slq(
     batch_size: int | None = None,
     progress: bool = False,
     check_symmetry: bool = True,
+    basis_dtype: str = "float64",
+    basis_device: str = "device",
 ) -> SpectralMeasure:
     """Estimate the spectral measure of a symmetric operator by stochastic Lanczos quadrature.
 
@@ -50,7 +53,8 @@ def slq(
         proven for sphere probes (Gaussian probes are normalised, hence the same law).
     reorth : {"full", "none"}, default "full"
         Full reorthogonalisation (basis of ``k·n`` float64 numbers per probe in a batch) or
-        none (``O(n)`` memory per probe); see :func:`spectral.lanczos`.
+        none (``O(n)`` memory per probe); see :func:`spectral.lanczos` and the memory table
+        in :doc:`/concepts/precision`.
     batch_size : int, optional
         How many probes share one ``matmat`` (all of them by default). Memory with full
         reorthogonalisation grows as ``batch_size · k · n``.
@@ -59,6 +63,19 @@ def slq(
     check_symmetry : bool, default True
         Run the symmetry check of :func:`spectral.aslinearoperator` (two extra products
         for a matrix-free operator without ``is_symmetric = True``).
+    basis_dtype : {"float64", "float32"}, default "float64"
+        With ``reorth="full"``, store the basis in float32 (half the memory; Gram–Schmidt
+        still accumulated in float64); see :func:`spectral.lanczos`.
+    basis_device : {"device", "host"}, default "device"
+        With ``reorth="full"`` and an operator on a GPU, ``"host"`` keeps the basis in host
+        memory; see :func:`spectral.lanczos`.
+
+    Notes
+    -----
+    Operators whose arrays live in another library (CuPy, PyTorch, JAX; see
+    :func:`spectral.aslinearoperator`) run the recurrence on their device: the probes are
+    drawn with NumPy from ``seed`` — the same seed gives the same probes on every
+    backend — and each batch is copied to the device once.
 
     Returns
     -------
@@ -98,13 +115,30 @@ def slq(
     if batch < 1:
         raise ValueError(f"batch_size must be at least 1, got {batch_size}")
     k = min(int(num_steps), n)
+    from ._array_lanczos import check_memory_options, lanczos_native
+
+    basis_dtype, basis_device = check_memory_options(basis_dtype, basis_device)
+    native = getattr(op, "native_recurrence", False)
 
     V = draw_probes(n, num_probes, probes, seed)
     alphas, betas, residuals, steps = [], [], [], []
     num_matvecs = 0
     for start in range(0, num_probes, batch):
-        block = np.asfortranarray(V[:, start : start + batch])
-        res = _lanczos_block(op, block, k, reorth, progress)
+        if native:  # the batch goes to the operator's device once; the recurrence stays there
+            block = to_device(op.array_namespace, V[:, start : start + batch], op.device)
+            res = lanczos_native(
+                op,
+                block,
+                k,
+                reorth,
+                progress,
+                basis_dtype=basis_dtype,
+                basis_device=basis_device,
+                keep_basis=False,
+            )
+        else:
+            block = np.asfortranarray(V[:, start : start + batch])
+            res = _lanczos_block(op, block, k, reorth, progress, basis_dtype=basis_dtype)
         alphas.append(res.alpha)
         betas.append(res.beta)
         residuals.append(res.residual)
