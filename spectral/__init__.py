@@ -15,8 +15,10 @@ Estimate          a scalar estimate with its standard error
 load, combine     read a saved measure; pool the probes of several runs
 gradient_concentration  fraction of a gradient in the top eigenspace (certified version too)
 ritz_outliers     isolated eigenvalues found by a run (ghosts merged)
+retain_freed_memory  keep large freed blocks in the heap: faster repeated framework products
 """
 
+from .allocator import retain_freed_memory
 from .analysis import GradientConcentration, gradient_concentration, ritz_outliers
 from .bounds import ErrorBounds
 from .lanczos import LanczosResult, lanczos
@@ -41,6 +43,7 @@ __all__ = [
     "gradient_concentration",
     "lanczos",
     "load",
+    "retain_freed_memory",
     "ritz_outliers",
     "slq",
 ]
