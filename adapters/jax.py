@@ -234,6 +234,7 @@ class _DataSetLoss:
         self.device = next(iter(devices)) if len(devices) == 1 else None
         #: Number of samples seen by the last pass (``None`` before the first pass).
         self.num_samples: int | None = None
+        self._zeros: dict[tuple[int, ...], jax.Array] = {}
 
     def batches(self) -> Iterator[tuple[Any, int]]:
         if self.data is None:
@@ -245,7 +246,11 @@ class _DataSetLoss:
 
     def accumulate(self, step: Callable, args: tuple, shape: tuple[int, ...]) -> jax.Array:
         """Return ``sum_b n_b step_b`` (divided by N for the mean) over one pass."""
-        acc = jnp.zeros(shape, dtype=self.acc_dtype, device=self.device)
+        # JAX arrays are immutable, so one zero block per shape serves every pass (creating
+        # it costs about a millisecond, which adds up over a Lanczos run's products).
+        acc = self._zeros.get(shape)
+        if acc is None:
+            acc = self._zeros[shape] = jnp.zeros(shape, dtype=self.acc_dtype, device=self.device)
         total = 0
         previous = getattr(_TRACING, "loss_fn", None)
         _TRACING.loss_fn = self.loss_fn  # read by the step when it traces a new shape
