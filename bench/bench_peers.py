@@ -42,7 +42,11 @@ Accuracy: the W1 (earth mover's) distance between the exact eigenvalue distribut
 ``(1/n) Σ δ_{λ_i}`` and each library's quadrature ``(1/P) Σ_ℓ Σ_j ω_j^ℓ δ_{θ_j^ℓ}`` (weights
 normalised to sum 1 per probe), integrated exactly as ``∫ |F_true − F_est|`` between the
 merged breakpoints of the two step functions; mean over the timed repeats (each repeat
-draws new probes with its own seed). imate returns no nodes or weights: its CDF is evaluated
+draws new probes with its own seed), with its standard error: with 10 probes W1 varies
+from seed to seed by some 25 % on the MLP, so differences within two standard errors are
+noise. spectral draws Rademacher probes here (``--probe-kind``), as PyHessian,
+hessian-eigenthings, imate and (in this script) matfree do; curvlinops draws Gaussian probes.
+imate returns no nodes or weights: its CDF is evaluated
 by imate itself (``cumulative=True`` on an :class:`imate.AffineMatrixFunction` ``A + tI`` with
 many shifts ``t``, one SLQ run, the same seed as the timed call, untimed) on a grid of 40,001
 points with a kernel width of half the grid step, and integrated on that grid (``W1*``).
@@ -52,6 +56,11 @@ Also printed: spectral's HVPs alone on the MLP (the same ``k`` batched products 
 ``P`` sequential runs on the MLP and on the grid Laplacian; the bare SciPy products on the
 grid (``k`` block products ``L @ X``, ``X`` of shape ``(n, P)``, and ``k·P`` single-vector
 products); the peak traced memory of spectral's reorth "none" run on the grid.
+
+Allocator: unless ``--no-retain``, the script first calls
+:func:`spectral.retain_freed_memory`, which keeps large freed blocks in the heap of the
+whole process, so every library of the run profits alike (XLA and PyTorch allocate large
+scratch buffers per product; without it each Lanczos step page-faults them in again).
 
 Install the peers with the ``bench`` extra, pinned (torch stays at the version of
 ``constraints.txt``; curvlinops is installed without its dependency backpack, which pulls
@@ -216,11 +225,11 @@ def run_problem(problem: Problem, repeats: int, verbose: bool = True) -> None:
 
 
 def format_table(problems: list[Problem]) -> str:
-    """One table: time (min), their time / ours, CPU time (min), W1 (mean and standard
-    deviation over the repeats, which draw new probes), W1 / ours."""
+    """One table: time (min), their time / ours, CPU time (min), W1 (mean over the repeats,
+    which draw new probes, and its standard error), W1 / ours."""
     rows = []
     head = ("problem", "library [reorth]", "time (s)", "time / ours", "cpu (s)", "W1",
-            "W1 sd", "W1 / ours", "note")
+            "W1 se", "W1 / ours", "note")
     for p in problems:
         by_key = {e.key: e for e in p.entries}
         for e in p.entries:
@@ -239,7 +248,7 @@ def format_table(problems: list[Problem]) -> str:
                     "" if math.isnan(ratio) else f"{ratio:.2f}",
                     f"{min(e.cpu):.3f}",
                     "" if math.isnan(w1) else f"{w1:.2e}",
-                    f"{np.std(e.w1, ddof=1):.1e}" if len(e.w1) > 1 else "",
+                    f"{np.std(e.w1, ddof=1) / np.sqrt(len(e.w1)):.1e}" if len(e.w1) > 1 else "",
                     "" if math.isnan(w1) or math.isnan(w1_ours) else f"{w1 / w1_ours:.2f}",
                     e.note,
                 )
@@ -281,9 +290,14 @@ def _rademacher(n: int, P: int, seed: int) -> np.ndarray:
     return rng.choice(np.array([-1.0, 1.0]), size=(n, P))
 
 
+#: Probe distribution of spectral's runs; set by ``--probe-kind``.
+PROBE_KIND = "rademacher"
+
+
 def spectral_entry(A, k, P, reorth, *, batch_size=None, label="spectral", note="") -> Entry:
     def run(seed):
-        m = spectral.slq(A, k, P, reorth=reorth, seed=seed, batch_size=batch_size)
+        m = spectral.slq(A, k, P, reorth=reorth, seed=seed, batch_size=batch_size,
+                         probes=PROBE_KIND)
         return m.nodes, m.weights
 
     return Entry(label, reorth, run, ours=f"spectral [{reorth}]", note=note)
@@ -855,8 +869,18 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--cache", default=os.path.join(tempfile.gettempdir(), "spectral-bench"),
                         help="folder caching the exact MLP spectrum ('' for none)")
     parser.add_argument("--quiet", action="store_true", help="print the table only")
+    parser.add_argument("--probe-kind", default="rademacher",
+                        choices=["rademacher", "sphere"],
+                        help="spectral's probes (rademacher, as PyHessian, hessian-eigenthings, "
+                             "imate and matfree here; curvlinops draws Gaussian probes)")
+    parser.add_argument("--no-retain", action="store_true",
+                        help="leave glibc's malloc as it is (default: "
+                             "spectral.retain_freed_memory(), for every library of the run)")
     args = parser.parse_args(argv)
+    global PROBE_KIND
+    PROBE_KIND = args.probe_kind
     thread_line = configure_threads(args.threads)
+    retain = False if args.no_retain else spectral.retain_freed_memory()
     repeats = args.repeats or (2 if args.quick else 3)
     nx = args.nx or (316 if args.quick else 1000)
     full_nx = args.full_nx or (100 if args.quick else 316)
@@ -867,6 +891,9 @@ def main(argv: list[str] | None = None) -> None:
           f"{cpu_model()}; python {platform.python_version()}")
     print(f"versions: {versions()}")
     print(thread_line)
+    print("allocator: " + ("spectral.retain_freed_memory() applied (the whole process, every "
+                           "library)" if retain else "glibc defaults") +
+          f"; spectral's probes: {PROBE_KIND}")
     print(f"k = {k}, P = {P}, repeats = {repeats} (minimum reported, interleaved); "
           f"load average before: {load_average()}")
     problems: list[Problem] = []
