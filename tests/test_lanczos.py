@@ -204,3 +204,42 @@ def test_sparse_and_operator_inputs_give_the_dense_result():
         res = spectral.lanczos(other, v0, 8)
         np.testing.assert_allclose(res.alpha, dense.alpha, atol=1e-13)
         np.testing.assert_allclose(res.beta, dense.beta, atol=1e-13)
+
+
+def test_second_gram_schmidt_pass_runs_when_the_first_cancels(monkeypatch):
+    """DGKS: a product with large components along old Lanczos vectors gets a second pass.
+
+    A symmetric operator with full reorthogonalisation never needs it (its products have
+    only rounding-level components along the basis). A non-symmetric one does: ``A q_j``
+    then points mostly into the span of the earlier vectors, one classical Gram–Schmidt
+    pass leaves ``O(ε ‖A q_j‖)`` there — large next to the small remainder — and only the
+    second pass makes the basis orthonormal again.
+    """
+    import importlib
+
+    import scipy.sparse.linalg as sla
+
+    lz = importlib.import_module("spectral.lanczos")
+    blas = lz._blas
+    calls = {"dgemv": 0}
+
+    class Counting:
+        def __getattr__(self, name):
+            return getattr(blas, name)
+
+        def dgemv(self, *args, **kwargs):
+            calls["dgemv"] += 1
+            return blas.dgemv(*args, **kwargs)
+
+    monkeypatch.setattr(lz, "_blas", Counting())
+    n, k = 80, 30
+    rng = np.random.default_rng(4)
+    M = np.diag(np.linspace(1.0, 2.0, n)) + 1e3 * np.tril(rng.standard_normal((n, n)), -1)
+    op = sla.LinearOperator((n, n), matvec=lambda x: M @ x, matmat=lambda X: M @ X,
+                            dtype=np.float64)
+    with pytest.warns(spectral.SymmetryWarning):
+        res = spectral.lanczos(op, rng.standard_normal(n), k, reorth="full")
+    s = int(np.atleast_1d(res.steps)[0])
+    Q = np.asarray(res.basis).reshape(n, -1)[:, :s]
+    assert calls["dgemv"] > 2 * (s - 1)  # some steps made the second pass
+    np.testing.assert_allclose(Q.T @ Q, np.eye(s), atol=1e-12)
