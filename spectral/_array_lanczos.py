@@ -28,7 +28,7 @@ import numpy as np
 from scipy.linalg import blas as _blas
 
 from ._backends import NativeOperator, dtype_name, to_device, to_host, xp_dtype
-from .lanczos import BREAKDOWN_RTOL, LanczosResult, _start_block
+from .lanczos import LanczosResult, _finish, _record_step, _start_block
 
 __all__ = [
     "BASIS_DEVICES",
@@ -433,19 +433,10 @@ def lanczos_native(
         a_h, b_h = host[: active.size], host[active.size : 2 * active.size]
         if host[-1] > 0 or not np.all(np.isfinite(host)):
             _raise_nonfinite(int(host[-1]), j + 1)
-        alpha[active, j] = a_h
-        beta[active, j] = b_h
-        scale[active] = np.maximum(scale[active], np.abs(a_h) + beta_prev[active] + b_h)
-
-        broke = b_h <= BREAKDOWN_RTOL * scale[active]
-        if j == k - 1:
+        keep = _record_step(j, a_h, b_h, active, alpha, beta, scale, beta_prev, steps)
+        if keep is None:
             break
-        keep = ~broke
-        if np.any(broke):
-            steps[active[broke]] = j + 1
         new_active = active[keep]
-        if new_active.size == 0:
-            break
         # q_{j+1} = W / β_j for the columns that go on; finished columns leave the block.
         if new_active.size == active.size:
             q_prev, q, bprev = q, W / bnext, bnext
@@ -458,22 +449,5 @@ def lanczos_native(
         beta_prev[new_active] = b_h[keep]
         active = new_active
 
-    for c in range(b):
-        s = steps[c]
-        alpha[c, s:] = 0.0
-        beta[c, s:] = 0.0 if s < k else beta[c, s:]
-    residual = np.array([beta[c, steps[c] - 1] for c in range(b)])
-    # After a breakdown the stored beta is the (tiny) residual, not a coupling: clear it.
-    for c in range(b):
-        if steps[c] < k:
-            beta[c, steps[c] - 1] = 0.0
     basis = store.basis(steps) if (store is not None and keep_basis) else None
-    return LanczosResult(
-        alpha=alpha,
-        beta=beta[:, : k - 1].copy(),
-        residual=residual,
-        steps=steps,
-        basis=basis,
-        num_matvecs=num_matvecs,
-        reorth=reorth,
-    )
+    return _finish(alpha, beta, steps, basis=basis, num_matvecs=num_matvecs, reorth=reorth)

@@ -218,17 +218,9 @@ def _shape(obj: Any, what: str) -> tuple[int, int]:
 
 
 def _symmetry_verdict(asym: float, scale: float) -> None:
-    from .operators import SYMMETRY_RTOL
+    from .operators import _symmetry_verdict as verdict
 
-    if not np.isfinite(asym) or not np.isfinite(scale):
-        raise ValueError("the matrix contains NaN or infinite entries")
-    if asym > SYMMETRY_RTOL * scale:
-        raise ValueError(
-            f"the matrix is not symmetric: max |A - Aᵀ| = {asym:.3e} exceeds "
-            f"{SYMMETRY_RTOL:g} * max |A| = {SYMMETRY_RTOL * scale:.3e}; spectral estimates "
-            "eigenvalue densities of symmetric matrices only (use (A + A.T) / 2 if the "
-            "asymmetry is rounding noise)"
-        )
+    verdict(asym, scale)
 
 
 def _explicit_array(A: Any) -> NativeOperator:

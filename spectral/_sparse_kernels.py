@@ -353,19 +353,10 @@ def lanczos_block_csr(op, q: np.ndarray, k: int, progress: bool = False):
             with _LOCK:
                 K["update_beta"](W, R, s, Rp, sp_, a, bp, chunk, bpart)
             bnext = np.sqrt(bpart.sum(axis=0))
-            alpha[active, j] = a
-            beta[active, j] = bnext
-            scale[active] = np.maximum(scale[active], np.abs(a) + beta_prev[active] + bnext)
-
-            broke = bnext <= _lz.BREAKDOWN_RTOL * scale[active]
-            if j == k - 1:
+            keep = _lz._record_step(j, a, bnext, active, alpha, beta, scale, beta_prev, steps)
+            if keep is None:
                 break
-            keep = ~broke
-            if np.any(broke):
-                steps[active[broke]] = j + 1
             new_active = active[keep]
-            if new_active.size == 0:
-                break
             # q_{j+1} = W / β_j is the updated block now in Rp, with scale 1 / β_j.
             R, Rp = Rp, R
             sp_, s, bp = s, 1.0 / bnext, bnext
@@ -377,21 +368,4 @@ def lanczos_block_csr(op, q: np.ndarray, k: int, progress: bool = False):
             beta_prev[new_active] = bnext[keep]
             active = new_active
 
-    for c in range(b):
-        st = steps[c]
-        alpha[c, st:] = 0.0
-        beta[c, st:] = 0.0 if st < k else beta[c, st:]
-    residual = np.array([beta[c, steps[c] - 1] for c in range(b)])
-    # After a breakdown the stored beta is the (tiny) residual, not a coupling: clear it.
-    for c in range(b):
-        if steps[c] < k:
-            beta[c, steps[c] - 1] = 0.0
-    return _lz.LanczosResult(
-        alpha=alpha,
-        beta=beta[:, : k - 1].copy(),
-        residual=residual,
-        steps=steps,
-        basis=None,
-        num_matvecs=num_matvecs,
-        reorth="none",
-    )
+    return _lz._finish(alpha, beta, steps, basis=None, num_matvecs=num_matvecs, reorth="none")

@@ -360,19 +360,10 @@ def _lanczos_block(
         if sumsq is None:
             sumsq = np.einsum("ij,ij->j", W, W)
         bnext = np.sqrt(sumsq)
-        alpha[cols, j] = a
-        beta[cols, j] = bnext
-        scale[cols] = np.maximum(scale[cols], np.abs(a) + beta_prev[cols] + bnext)
-
-        broke = bnext <= BREAKDOWN_RTOL * scale[cols]
-        if j == k - 1:
+        keep = _record_step(j, a, bnext, active, alpha, beta, scale, beta_prev, steps)
+        if keep is None:
             break
-        keep = ~broke
-        if np.any(broke):
-            steps[active[broke]] = j + 1
         new_active = active[keep]
-        if new_active.size == 0:
-            break
         # Advance the recurrence for the columns that go on: q_{j+1} = W / β_j goes into
         # the buffer of q_{j-1}, which is no longer needed.
         if every and new_active.size == b:
@@ -384,21 +375,78 @@ def _lanczos_block(
         beta_prev[new_active] = bnext[keep]
         active = new_active
 
-    for c in range(b):
-        s = steps[c]
+    return _finish(
+        alpha,
+        beta,
+        steps,
+        basis=None if basis is None else basis.transpose(0, 2, 1),
+        num_matvecs=num_matvecs,
+        reorth=reorth,
+    )
+
+
+def _record_step(
+    j: int,
+    a: np.ndarray,
+    bnext: np.ndarray,
+    active: np.ndarray,
+    alpha: np.ndarray,
+    beta: np.ndarray,
+    scale: np.ndarray,
+    beta_prev: np.ndarray,
+    steps: np.ndarray,
+) -> np.ndarray | None:
+    """Store ``α_j``, ``β_j`` of the ``active`` columns and retire those that broke down.
+
+    Shared by every recurrence (NumPy, numba, array API). A column breaks down when
+    ``β_j ≤ BREAKDOWN_RTOL · max_i (|α_i| + β_{i−1} + β_i)`` (its Krylov space is
+    exhausted to rounding level); its ``steps`` becomes ``j + 1``. Returns the mask, over
+    ``active``, of the columns that go on, or ``None`` when the run ends here: at the last
+    step (``alpha.shape[1] − 1``, where nothing is retired) or when every column broke down.
+    """
+    alpha[active, j] = a
+    beta[active, j] = bnext
+    scale[active] = np.maximum(scale[active], np.abs(a) + beta_prev[active] + bnext)
+    if j == alpha.shape[1] - 1:
+        return None
+    broke = bnext <= BREAKDOWN_RTOL * scale[active]
+    steps[active[broke]] = j + 1
+    keep = ~broke
+    return keep if keep.any() else None
+
+
+def _finish(
+    alpha: np.ndarray,
+    beta: np.ndarray,
+    steps: np.ndarray,
+    *,
+    basis: np.ndarray | None,
+    num_matvecs: int,
+    reorth: str,
+) -> LanczosResult:
+    """Pack the coefficients of a run, shared by every recurrence (NumPy, numba, array API).
+
+    ``alpha`` and ``beta`` have shape ``(b, k)``; ``beta[c, j]`` is the norm found at step
+    ``j`` (the coupling to step ``j + 1``, or the residual at the last step). Columns that
+    stopped early (``steps[c] < k``) get zeros past their last step; their last ``beta``,
+    the tiny norm that ended them, is the residual, not a coupling, so it is moved to
+    ``residual`` and cleared. Modifies ``alpha`` and ``beta`` in place.
+    """
+    k = alpha.shape[1]
+    for c, s in enumerate(steps):
         alpha[c, s:] = 0.0
-        beta[c, s:] = 0.0 if s < k else beta[c, s:]
-    residual = np.array([beta[c, steps[c] - 1] for c in range(b)])
-    # After a breakdown the stored beta is the (tiny) residual, not a coupling: clear it.
-    for c in range(b):
-        if steps[c] < k:
-            beta[c, steps[c] - 1] = 0.0
+        if s < k:
+            beta[c, s:] = 0.0
+    residual = np.array([beta[c, s - 1] for c, s in enumerate(steps)])
+    for c, s in enumerate(steps):
+        if s < k:
+            beta[c, s - 1] = 0.0
     return LanczosResult(
         alpha=alpha,
         beta=beta[:, : k - 1].copy(),
         residual=residual,
         steps=steps,
-        basis=None if basis is None else basis.transpose(0, 2, 1),
+        basis=basis,
         num_matvecs=num_matvecs,
         reorth=reorth,
     )

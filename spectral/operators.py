@@ -118,6 +118,11 @@ def _check_explicit_symmetry(matrix) -> None:
         with np.errstate(invalid="ignore"):  # inf - inf: reported as non-finite below
             asym = float(np.max(np.abs(matrix - matrix.T)))
         scale = float(np.max(np.abs(matrix)))
+    _symmetry_verdict(asym, scale)
+
+
+def _symmetry_verdict(asym: float, scale: float) -> None:
+    """Raise unless ``max |A − Aᵀ| = asym`` is within ``SYMMETRY_RTOL · max |A|`` (finite)."""
     if not np.isfinite(asym) or not np.isfinite(scale):
         raise ValueError("the matrix contains NaN or infinite entries")
     if asym > SYMMETRY_RTOL * scale:
