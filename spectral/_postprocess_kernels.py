@@ -28,7 +28,7 @@ import math
 
 import numpy as np
 
-from ._sparse_kernels import _disabled_by_env
+from ._sparse_kernels import _disabled_by_env, parallel_jit
 
 __all__ = ["MIN_TERMS", "pointwise_bound", "smooth_sum"]
 
@@ -95,14 +95,7 @@ def _kernels():
     except ImportError:
         return None
     globals()["prange"] = numba.prange
-
-    def jit(fn):
-        try:
-            return numba.njit(parallel=True, cache=True)(fn)
-        except RuntimeError:  # no writable cache location: compile per process
-            return numba.njit(parallel=True)(fn)
-
-    return {"smooth": jit(_smooth), "pointwise": jit(_pointwise)}
+    return {"smooth": parallel_jit(numba, _smooth), "pointwise": parallel_jit(numba, _pointwise)}
 
 
 def _usable(terms: int, *arrays: np.ndarray) -> dict | None:

@@ -237,18 +237,23 @@ def _kernels():
         return lambda v, data: np.float64(v)
 
     globals()["prange"] = numba.prange
-
-    def jit(fn):
-        try:
-            return numba.njit(parallel=True, cache=True)(fn)
-        except RuntimeError:  # no writable cache location: compile per process
-            return numba.njit(parallel=True)(fn)
-
     return {
         "numba": numba,
-        "product_alpha": jit(_product_alpha),
-        "update_beta": jit(_update_beta),
+        "product_alpha": parallel_jit(numba, _product_alpha),
+        "update_beta": parallel_jit(numba, _update_beta),
     }
+
+
+def parallel_jit(numba, fn):
+    """``numba.njit(parallel=True)`` with the on-disk cache where numba finds a place for it.
+
+    Shared by the kernel modules; each sets its module's ``prange`` to ``numba.prange``
+    before compiling, so that the same source also runs as plain Python.
+    """
+    try:
+        return numba.njit(parallel=True, cache=True)(fn)
+    except RuntimeError:  # no writable cache location: compile per process
+        return numba.njit(parallel=True)(fn)
 
 
 @contextlib.contextmanager

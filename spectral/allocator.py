@@ -32,7 +32,6 @@ it on its own: call it once at the start of a program that runs many products. O
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import sys
 
 __all__ = ["retain_freed_memory"]
@@ -54,12 +53,12 @@ def _glibc():
     if not sys.platform.startswith("linux"):
         return None
     try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        libc = ctypes.CDLL("libc.so.6")  # glibc's soname; musl and others have no such file
         libc.gnu_get_libc_version.restype = ctypes.c_char_p
         libc.gnu_get_libc_version()
         libc.mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
         libc.mallopt.restype = ctypes.c_int
-    except (OSError, AttributeError):  # no libc, or musl (no gnu_get_libc_version)
+    except (OSError, AttributeError):  # not glibc
         return None
     return libc
 
