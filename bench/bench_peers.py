@@ -726,30 +726,38 @@ def mlp_torch_problem(model, X, y, lam, k, P) -> Problem:
     return Problem("MLP digits, PyTorch", lam, entries)
 
 
-def mlp_jax_problem(model, X, y, lam, k, P) -> Problem:
+def jax_mlp(model, X, y):
+    """The PyTorch MLP and data in JAX: ``(loss_fn, params, (X, y))``, the same function.
+
+    ``loss_fn(params, batch)`` is the batch-mean cross-entropy of the tanh MLP, with the
+    parameters as a dict of JAX arrays keyed by the module names (dots as underscores).
+    """
     jax = _jax()
     import jax.numpy as jnp
-    from jax.flatten_util import ravel_pytree
-
-    from spectral.adapters import jax as spj
 
     params = {
         name.replace(".", "_"): jnp.asarray(p.detach().numpy())
         for name, p in model.named_parameters()
     }
-    Xj, yj = jnp.asarray(X.numpy()), jnp.asarray(y.numpy())
-
-    def forward(p, x):
-        h = jnp.tanh(x @ p["0_weight"].T + p["0_bias"])
-        h = jnp.tanh(h @ p["2_weight"].T + p["2_bias"])
-        return h @ p["4_weight"].T + p["4_bias"]
 
     def loss_fn(p, batch):
         xb, yb = batch
-        logits = forward(p, xb)
+        h = jnp.tanh(xb @ p["0_weight"].T + p["0_bias"])
+        h = jnp.tanh(h @ p["2_weight"].T + p["2_bias"])
+        logits = h @ p["4_weight"].T + p["4_bias"]
         logz = jax.nn.logsumexp(logits, axis=1)
         return jnp.mean(logz - jnp.take_along_axis(logits, yb[:, None], axis=1)[:, 0])
 
+    return loss_fn, params, (jnp.asarray(X.numpy()), jnp.asarray(y.numpy()))
+
+
+def mlp_jax_problem(model, X, y, lam, k, P) -> Problem:
+    jax = _jax()
+    from jax.flatten_util import ravel_pytree
+
+    from spectral.adapters import jax as spj
+
+    loss_fn, params, (Xj, yj) = jax_mlp(model, X, y)
     H = spj.hessian(loss_fn, params, [(Xj, yj)])
     n = H.shape[0]
     entries = [spectral_entry(H, k, P, "full"), spectral_entry(H, k, P, "none")]

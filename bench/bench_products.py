@@ -53,19 +53,8 @@ def _jax_operator(bench_peers, model, X, y):
 
     from spectral.adapters import jax as spj
 
-    params = {n.replace(".", "_"): jnp.asarray(p.detach().numpy())
-              for n, p in model.named_parameters()}
-    Xj, yj = jnp.asarray(X.numpy()), jnp.asarray(y.numpy())
-
-    def loss_fn(p, batch):
-        xb, yb = batch
-        h = jnp.tanh(xb @ p["0_weight"].T + p["0_bias"])
-        h = jnp.tanh(h @ p["2_weight"].T + p["2_bias"])
-        logits = h @ p["4_weight"].T + p["4_bias"]
-        logz = jax.nn.logsumexp(logits, axis=1)
-        return jnp.mean(logz - jnp.take_along_axis(logits, yb[:, None], axis=1)[:, 0])
-
-    return jax, jnp, loss_fn, params, (Xj, yj), spj.hessian(loss_fn, params, [(Xj, yj)])
+    loss_fn, params, batch = bench_peers.jax_mlp(model, X, y)
+    return jax, jnp, loss_fn, params, batch, spj.hessian(loss_fn, params, [batch])
 
 
 def _time_products(H, repeats=1) -> float:
